@@ -1,0 +1,132 @@
+"""Loading the method's models with ``from_pretrained``, for real and tiny presets alike.
+
+Each loader takes a source (hub repo id or local folder) and turns every failure
+into a :class:`ModelLoadError` that names the model and how to fix it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import ModelLoadError, StableIdentityError
+from .hub import hub_reachable, offline_requested
+from .presets import ENV_OVERRIDES, SD21_BASE_MIRRORS
+
+
+@dataclass
+class BaseModels:
+    """The frozen Stable Diffusion 2.x components every pipeline shares."""
+
+    source: str
+    tokenizer: Any  # transformers CLIPTokenizer
+    text_encoder: Any  # transformers CLIPTextModel
+    unet: Any  # diffusers UNet2DConditionModel
+    vae: Any  # diffusers AutoencoderKL
+    scheduler_config: dict
+
+    @property
+    def token_width(self) -> int:
+        return self.text_encoder.get_input_embeddings().embedding_dim
+
+
+@dataclass
+class FaceEncoder:
+    """Face-recognition ViT and its image processor; features = CLS token."""
+
+    source: str
+    model: Any  # transformers ViTModel
+    processor: Any  # transformers ViTImageProcessor
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.hidden_size
+
+
+@dataclass
+class FaceParser:
+    """Semantic face parser (SegFormer) and its image processor."""
+
+    source: str
+    model: Any  # transformers SegformerForSemanticSegmentation
+    processor: Any  # transformers SegformerImageProcessor
+
+
+def _local_only(source: str) -> bool:
+    """Load from disk/cache only when the source is a folder or the hub is out of reach."""
+    return Path(source).expanduser().is_dir() or not hub_reachable()
+
+
+def _why(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    reason = text[0] if text else type(error).__name__
+    return reason if len(reason) <= 240 else reason[:237] + "..."
+
+
+@contextmanager
+def _loading(what: str, source: str, field: str, hint: str = "") -> Iterator[None]:
+    """Turn any failure inside the block into a ModelLoadError naming the model and the fix."""
+    try:
+        yield
+    except StableIdentityError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every loader failure becomes a user-facing message
+        where = "a local folder" if Path(source).expanduser().is_dir() else "the hub"
+        if where == "the hub" and offline_requested():
+            cause = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
+        elif where == "the hub" and not hub_reachable():
+            cause = "the hub is unreachable and it is not in the local Hugging Face cache"
+        else:
+            cause = _why(error)
+        raise ModelLoadError(
+            f"could not load the {what} from '{source}' ({where}): {cause}. "
+            f"Set {ENV_OVERRIDES[field]} (or the matching --flag) to a local folder or another repo id"
+            f"{hint}, or use --preset tiny for the offline demo."
+        ) from error
+
+
+def load_base(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> BaseModels:
+    """Load Stable Diffusion 2.x tokenizer, text encoder, UNet, VAE and scheduler config."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    mirrors = " (mirrors of SD2.1-base: " + ", ".join(SD21_BASE_MIRRORS) + ")"
+    local = _local_only(source)
+    with _loading("Stable Diffusion base model", source, "base", mirrors):
+        kw = dict(local_files_only=local)
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kw)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
+        scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **kw)
+    for model in (text_encoder, unet, vae):
+        model.requires_grad_(False).eval().to(device)
+    return BaseModels(source, tokenizer, text_encoder, unet, vae, dict(scheduler_config))
+
+
+def load_face_encoder(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FaceEncoder:
+    """Load the face-recognition ViT (a classifier checkpoint loads into the bare ViTModel)."""
+    from transformers import ViTImageProcessor, ViTModel
+
+    with _loading("face-recognition ViT", source, "face_encoder"):
+        kw = dict(local_files_only=_local_only(source))
+        processor = ViTImageProcessor.from_pretrained(source, **kw)
+        model = ViTModel.from_pretrained(source, add_pooling_layer=False, dtype=dtype, **kw)
+    model.requires_grad_(False).eval().to(device)
+    return FaceEncoder(source, model, processor)
+
+
+def load_face_parser(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FaceParser:
+    """Load the SegFormer face parser."""
+    from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    with _loading("face parser", source, "face_parser"):
+        kw = dict(local_files_only=_local_only(source))
+        processor = SegformerImageProcessor.from_pretrained(source, **kw)
+        model = SegformerForSemanticSegmentation.from_pretrained(source, dtype=dtype, **kw)
+    model.requires_grad_(False).eval().to(device)
+    return FaceParser(source, model, processor)
