@@ -1,0 +1,159 @@
+"""Command line: ``python -m stableidentity learn|generate ...``.
+
+Bad input (missing file, not an image, no face, incompatible identity file,
+out-of-range values) prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import StableIdentityError
+from .presets import PRESET_NAMES
+
+EXIT_BAD_INPUT = 2
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="sd21", help="model preset (tiny = offline demo, images are noise)")
+    parser.add_argument("--base", help="Stable Diffusion 2.x repo id or folder (env STABLEIDENTITY_BASE)")
+    parser.add_argument("--face-encoder", help="face-recognition ViT repo id or folder (env STABLEIDENTITY_FACE_ENCODER)")
+    parser.add_argument("--face-parser", help="SegFormer face parser repo id or folder (env STABLEIDENTITY_FACE_PARSER)")
+    parser.add_argument("--insightface", help="insightface pack name or folder, 'none' for the offline detector (env STABLEIDENTITY_INSIGHTFACE)")
+    parser.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line and exit 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m stableidentity", description="StableIdentity: put a person from one photo into generated images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    learn = sub.add_parser("learn", help="learn an identity file from one face photo")
+    learn.add_argument("photo", type=Path, help="a photo with a clearly visible face")
+    learn.add_argument("-o", "--output", type=Path, default=Path("identity.safetensors"), help="identity file to write")
+    learn.add_argument("--steps", type=int, default=450, help="training steps (default 450)")
+    learn.add_argument("--seed", type=int, default=0, help="random seed (same seed, same identity)")
+    _model_flags(learn)
+
+    gen = sub.add_parser("generate", help="generate images of a learned identity")
+    gen.add_argument("identity", type=Path, help="identity .safetensors file from 'learn'")
+    gen.add_argument("prompt", help="prompt; write <id> where the person goes, e.g. '<id> as an astronaut'")
+    gen.add_argument("-n", "--num-images", type=int, default=1, help="images to generate (1-4)")
+    gen.add_argument("-o", "--output-dir", type=Path, default=Path("outputs"), help="folder for the PNGs")
+    gen.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
+    gen.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    gen.add_argument("--guidance", type=float, default=8.5, help="classifier-free guidance (default 8.5)")
+    gen.add_argument("--negative", default=None, help="negative prompt (default: a general-quality one)")
+    gen.add_argument("--width", type=int, default=512)
+    gen.add_argument("--height", type=int, default=512)
+    _model_flags(gen)
+    return parser
+
+
+def _manager(args):
+    from .manager import ModelManager
+    from .presets import get_preset
+
+    preset = get_preset(
+        args.preset, base=args.base, face_encoder=args.face_encoder, face_parser=args.face_parser, insightface=args.insightface
+    )
+    if preset.is_tiny:
+        print("note: tiny preset: small random models, outputs are noise (plumbing check only)", file=sys.stderr)
+    return ModelManager(preset, device=args.device)
+
+
+def cmd_learn(args) -> int:
+    from tqdm import tqdm
+
+    from .errors import InvalidInputError
+
+    if args.output.suffix != ".safetensors":
+        raise InvalidInputError(f"the output must end in .safetensors, got {args.output}")
+    manager = _manager(args)
+    face = manager.face_preparer()(args.photo)
+    print(f"found {face.num_faces} face(s); using the largest ({face.detector} detector)", file=sys.stderr)
+    learner = manager.learner()
+    start = time.perf_counter()
+    with tqdm(total=args.steps, desc="learning", unit="step") as bar:
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        identity = learner(face, steps=args.steps, seed=args.seed, callback=on_step)
+    path = identity.save(args.output)
+    elapsed = time.perf_counter() - start
+    print(f"saved {path} ({args.steps} steps in {elapsed:.1f} s, final loss {identity.metadata['final_loss']})")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .generate import DEFAULT_NEGATIVE
+    from .identity import Identity
+
+    Identity.load(args.identity)  # fail fast on a bad file, before loading models
+    manager = _manager(args)
+    base = manager.base()
+    identity = Identity.load(args.identity, token_width=base.token_width)
+    result = manager.text_to_image()(
+        identity,
+        args.prompt,
+        negative_prompt=DEFAULT_NEGATIVE if args.negative is None else args.negative,
+        num_images=args.num_images,
+        steps=args.steps,
+        guidance=args.guidance,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for image, seed in zip(result.images, result.seeds):
+        path = args.output_dir / f"{args.identity.stem}-seed{seed}.png"
+        image.save(path)
+        print(f"{path}  (seed {seed})")
+    print(f"prompt: {result.prompt}")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (load reports, download bars) would bury our one-line messages."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _quiet_libraries()
+        return {"learn": cmd_learn, "generate": cmd_generate}[args.command](args)
+    except StableIdentityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

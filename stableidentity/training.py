@@ -1,0 +1,294 @@
+"""The one-shot learner: one prepared face -> an :class:`Identity` (DESIGN §1.3).
+
+Only the identity MLP trains; UNet, VAE, text encoder and face ViT stay frozen.
+Each step augments the photo (masks follow the geometry), encodes it to latents,
+noises it at a random timestep and asks the UNet to denoise it with the current
+identity vectors in the prompt. The loss is masked to face and hair and has two
+phases: noise error for very noisy steps (t > 600), clean-latent error for
+detail steps (t <= 600).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from .errors import CancelledError, InvalidInputError
+from .identity import CelebSpace, Identity, IdentityEncoder, face_features, photo_metadata
+from .prompt import PLACEHOLDER, identity_injected, tokenize
+
+# Captions used during learning; "{}" is the placeholder followed by "person".
+TEMPLATES = [
+    "a photo of {}",
+    "a photo of the {}",
+    "a close-up photo of {}",
+    "a close-up photo of the {}",
+    "a cropped photo of the {}",
+    "a bright photo of the {}",
+    "a dark photo of the {}",
+    "a good photo of the {}",
+    "a clean photo of the {}",
+    "a nice photo of the {}",
+    "a portrait of {}",
+    "a portrait photo of the {}",
+    "a headshot of {}",
+    "a color photo of {}",
+    "a professional photo of {}",
+    "a high-quality photo of {}",
+    "a picture of {}",
+    "an image of {}",
+    "a snapshot of the {}",
+    "a rendition of the {}",
+    "a photo of a face of {}",
+    "a studio photo of {}",
+    "{} looking at the camera",
+    "a detailed photo of {}",
+]
+SUBJECT = f"{PLACEHOLDER} person"
+
+MAX_STEPS = 5000
+StepCallback = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The method's training numbers (DESIGN §1.3)."""
+
+    steps: int = 450
+    learning_rate: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    detail_threshold: int = 600  # t <= this: clean-latent loss; above: noise loss
+    hair_weight: float = 0.1
+    resolution: int = 512
+
+
+# --- augmentation -------------------------------------------------------------------------------
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """Integer in [low, high] inclusive."""
+    return int(torch.randint(low, high + 1, (), generator=generator))
+
+
+def augment(
+    image: torch.Tensor, face_mask: torch.Tensor, hair_mask: torch.Tensor, generator: torch.Generator, latent_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """One random view of the photo with its masks moving along.
+
+    ``image`` is (3, S, S) in [0, 1]; masks are (1, S, S) floats. Returns the image
+    in [-1, 1] on a black canvas, masks at latent size binarised at 0.5, and
+    whether the view is mirrored.
+    """
+    size = image.shape[-1]
+    # Colour jitter: image only.
+    image = TF.adjust_brightness(image, _uniform(generator, 0.8, 1.2))
+    image = TF.adjust_contrast(image, _uniform(generator, 0.8, 1.2))
+    image = TF.adjust_saturation(image, _uniform(generator, 0.8, 1.2))
+    image = TF.adjust_hue(image, _uniform(generator, -0.01, 0.01))
+
+    # Geometry: image and masks together, as one 5-channel stack.
+    stack = torch.cat([image * 2 - 1, face_mask, hair_mask], dim=0)
+    flipped = bool(torch.rand((), generator=generator) < 0.5)
+    if flipped:
+        stack = stack.flip(-1)
+    crop = round(size * 0.75)
+    top, left = _randint(generator, 0, size - crop), _randint(generator, 0, size - crop)
+    stack = stack[:, top : top + crop, left : left + crop]
+    stack = F.interpolate(stack[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+    scale, aspect = _uniform(generator, 0.5, 1.0), _uniform(generator, 0.9, 1.1)
+    height = max(8, min(size, round(size * scale)))
+    width = max(8, min(size, round(size * scale * aspect)))
+    small = F.interpolate(stack[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    canvas = torch.zeros_like(stack)
+    canvas[:3] = -1.0  # black
+    top, left = _randint(generator, 0, size - height), _randint(generator, 0, size - width)
+    canvas[:, top : top + height, left : left + width] = small
+
+    masks = F.interpolate(canvas[None, 3:], size=(latent_size, latent_size), mode="area")[0]
+    masks = (masks > 0.5).float()
+    return canvas[:3].clamp(-1, 1), masks[:1], masks[1:], flipped
+
+
+# --- loss ----------------------------------------------------------------------------------------
+
+
+def epsilon_from_prediction(prediction: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, kind: str) -> torch.Tensor:
+    """The UNet's noise estimate, whatever its prediction type."""
+    if kind == "epsilon":
+        return prediction
+    if kind == "v_prediction":  # v = √ᾱ ε − √(1−ᾱ) x0  =>  ε = √ᾱ v + √(1−ᾱ) x_t
+        return alpha_bar.sqrt() * prediction + (1 - alpha_bar).sqrt() * x_t
+    raise InvalidInputError(f"unsupported prediction type '{kind}' (need epsilon or v_prediction)")
+
+
+def two_phase_loss(
+    eps_pred: torch.Tensor,
+    eps: torch.Tensor,
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    timesteps: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    face_mask: torch.Tensor,
+    hair_mask: torch.Tensor,
+    *,
+    scaling_factor: float,
+    threshold: int = 600,
+    hair_weight: float = 0.1,
+) -> torch.Tensor:
+    """Masked two-phase loss (DESIGN §1.3).
+
+    ``t > threshold``: ``MSE(M ⊙ ε̂, M ⊙ ε)``. ``t <= threshold``: ``MSE(M ⊙ x̂0, M ⊙ x0)``
+    with ``x̂0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ`` and both latents divided by the VAE scaling
+    factor. Each phase: ``L_face + hair_weight · L_hair``. Shapes: latents (B, C, h, w),
+    ``timesteps`` and ``alpha_bar`` (B,), masks (B, 1, h, w).
+    """
+    alpha_bar = alpha_bar.view(-1, 1, 1, 1).float()
+    eps_pred, eps, x_t, x0 = eps_pred.float(), eps.float(), x_t.float(), x0.float()
+    x0_pred = (x_t - (1 - alpha_bar).sqrt() * eps_pred) / alpha_bar.sqrt()
+    detail = (timesteps <= threshold).view(-1, 1, 1, 1)
+    prediction = torch.where(detail, x0_pred / scaling_factor, eps_pred)
+    target = torch.where(detail, x0 / scaling_factor, eps)
+
+    def masked_mse(mask: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(prediction * mask, target * mask)
+
+    return masked_mse(face_mask) + hair_weight * masked_mse(hair_mask)
+
+
+# --- the learner ---------------------------------------------------------------------------------
+
+
+class IdentityLearner:
+    """Learns an identity from a prepared face with frozen base and face models.
+
+    Components are explicit, as in a diffusers pipeline: ``base`` (tokenizer, text
+    encoder, UNet, VAE, scheduler config), ``face_encoder`` and ``celeb`` statistics.
+    """
+
+    def __init__(self, base, face_encoder, celeb: CelebSpace, config: TrainingConfig = TrainingConfig()):
+        from diffusers import DDPMScheduler
+
+        self.base, self.face_encoder, self.celeb, self.config = base, face_encoder, celeb, config
+        self.noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
+        self.device = base.unet.device
+        # Same for every step and every photo: the captions' tokens.
+        captions = [t.format(SUBJECT) for t in TEMPLATES]
+        self.caption_ids, self.caption_masks = tokenize(base.tokenizer, captions, celeb.mean.shape[0])
+
+    def _autocast(self):
+        """Mixed precision for the frozen nets on CUDA; plain fp32 elsewhere."""
+        if self.device.type != "cuda":
+            return torch.autocast("cpu", enabled=False)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def __call__(
+        self,
+        face,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        callback: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Identity:
+        """Train on ``face`` (a :class:`~stableidentity.face.PreparedFace`) and return the identity."""
+        cfg, base = self.config, self.base
+        steps = cfg.steps if steps is None else int(steps)
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        device = self.device
+        generator = torch.Generator().manual_seed(int(seed))  # every random draw comes from here
+
+        # Computed once: the face ViT's features of the crop and of its mirror image.
+        mirror = face.vit_crop.transpose(0)  # PIL FLIP_LEFT_RIGHT
+        features = face_features(self.face_encoder, [face.vit_crop, mirror]).to(device)
+        image = TF.to_dtype(TF.pil_to_tensor(face.image.convert("RGB")), torch.float32, scale=True)
+        size = cfg.resolution
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        face_mask, hair_mask = (_mask_tensor(m, size) for m in (face.face_mask, face.hair_mask))
+        latent_size = size // (2 ** (len(base.vae.config.block_out_channels) - 1))
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            encoder = IdentityEncoder(features.shape[1], self.celeb).to(device)  # fp32 master weights
+        optimizer = torch.optim.AdamW(
+            encoder.parameters(), lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=cfg.eps
+        )
+        alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device)
+        scaling = base.vae.config.scaling_factor
+        prediction_type = self.noise_scheduler.config.prediction_type
+        num_train_t = self.noise_scheduler.config.num_train_timesteps
+        losses: list[float] = []
+
+        for step in range(1, steps + 1):
+            if should_stop is not None and should_stop():
+                raise CancelledError(f"learning cancelled at step {step - 1} of {steps}")
+            view, view_face, view_hair, flipped = augment(image, face_mask, hair_mask, generator, latent_size)
+            t = torch.randint(0, num_train_t, (1,), generator=generator)
+            noise = torch.randn((1, base.unet.config.in_channels, latent_size, latent_size), generator=generator)
+            caption = _randint(generator, 0, len(TEMPLATES) - 1)
+            vae_noise = torch.randn((1, base.vae.config.latent_channels, latent_size, latent_size), generator=generator)
+            t, noise, vae_noise = t.to(device), noise.to(device), vae_noise.to(device)
+
+            with torch.no_grad(), self._autocast():
+                posterior = base.vae.encode(view[None].to(device, base.vae.dtype)).latent_dist
+                x0 = (posterior.mean + posterior.std * vae_noise).float() * scaling
+            x_t = self.noise_scheduler.add_noise(x0, noise, t)
+
+            vectors = encoder(features[1:2] if flipped else features[0:1])
+            ids = self.caption_ids[caption : caption + 1].to(device)
+            mask = self.caption_masks[caption : caption + 1].to(device)
+            with self._autocast(), identity_injected(base.text_encoder, mask, vectors):
+                hidden = base.text_encoder(ids)[0]
+                prediction = base.unet(x_t.to(base.unet.dtype), t, encoder_hidden_states=hidden.to(base.unet.dtype)).sample
+            alpha_bar = alphas_cumprod[t]
+            eps_pred = epsilon_from_prediction(prediction.float(), x_t, alpha_bar.view(-1, 1, 1, 1), prediction_type)
+            loss = two_phase_loss(
+                eps_pred, noise, x_t, x0, t, alpha_bar,
+                view_face[None].to(device), view_hair[None].to(device),
+                scaling_factor=scaling, threshold=cfg.detail_threshold, hair_weight=cfg.hair_weight,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+
+            losses.append(loss.item())
+            if callback is not None:
+                callback(step, steps, losses[-1])
+
+        with torch.no_grad():
+            embeddings = encoder(features[0:1])[0].float().cpu()
+        tail = losses[-min(len(losses), 50) :]
+        final_loss = sum(tail) / len(tail)
+        if not math.isfinite(final_loss) or not torch.isfinite(embeddings).all():
+            raise InvalidInputError("learning diverged (non-finite loss); try another seed or photo")
+        metadata = photo_metadata(
+            face.photo_sha256,
+            base_model=base.source,
+            steps=steps,
+            seed=int(seed),
+            final_loss=f"{final_loss:.6f}",
+        )
+        return Identity(embeddings, metadata)
+
+
+def _mask_tensor(mask: np.ndarray, size: int) -> torch.Tensor:
+    """A (h, w) boolean mask as a (1, size, size) float tensor (nearest upsampling)."""
+    m = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+    return F.interpolate(m, size=(size, size), mode="nearest")[0]
+
