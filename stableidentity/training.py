@@ -172,6 +172,30 @@ def two_phase_loss(
 # --- the learner ---------------------------------------------------------------------------------
 
 
+@dataclass
+class FaceInputs:
+    """What learning needs of one face, computed once: ViT features, image and masks as tensors."""
+
+    features: torch.Tensor  # (2, F): the crop and its mirror image
+    image: torch.Tensor  # (3, S, S) in [0, 1]
+    face_mask: torch.Tensor  # (1, S, S)
+    hair_mask: torch.Tensor  # (1, S, S)
+
+
+@dataclass
+class Batch:
+    """One training example: an augmented view, a timestep, noise and a caption."""
+
+    view: torch.Tensor  # (1, 3, S, S) in [-1, 1]
+    face_mask: torch.Tensor  # (1, 1, h, w)
+    hair_mask: torch.Tensor  # (1, 1, h, w)
+    flipped: bool
+    timestep: torch.Tensor  # (1,)
+    noise: torch.Tensor  # (1, C, h, w)
+    vae_noise: torch.Tensor  # (1, C, h, w): the VAE posterior sample's noise
+    caption: int  # index into TEMPLATES
+
+
 class IdentityLearner:
     """Learns an identity from a prepared face with frozen base and face models.
 
@@ -185,9 +209,11 @@ class IdentityLearner:
         self.base, self.face_encoder, self.celeb, self.config = base, face_encoder, celeb, config
         self.noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
         self.device = base.unet.device
+        self.latent_size = config.resolution // (2 ** (len(base.vae.config.block_out_channels) - 1))
         # Same for every step and every photo: the captions' tokens.
         captions = [t.format(SUBJECT) for t in TEMPLATES]
-        self.caption_ids, self.caption_masks = tokenize(base.tokenizer, captions, celeb.mean.shape[0])
+        ids, masks = tokenize(base.tokenizer, captions, celeb.mean.shape[0])
+        self.caption_ids, self.caption_masks = ids.to(self.device), masks.to(self.device)
 
     def _autocast(self):
         """Mixed precision for the frozen nets on CUDA; plain fp32 elsewhere."""
@@ -195,6 +221,69 @@ class IdentityLearner:
             return torch.autocast("cpu", enabled=False)
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+
+    def prepare(self, face) -> FaceInputs:
+        """Tensors of a :class:`~stableidentity.face.PreparedFace` that stay the same every step."""
+        mirror = face.vit_crop.transpose(0)  # PIL FLIP_LEFT_RIGHT; the ViT input is never jittered
+        features = face_features(self.face_encoder, [face.vit_crop, mirror]).to(self.device)
+        size = self.config.resolution
+        image = TF.to_dtype(TF.pil_to_tensor(face.image.convert("RGB")), torch.float32, scale=True)
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        face_mask, hair_mask = (_mask_tensor(m, size) for m in (face.face_mask, face.hair_mask))
+        return FaceInputs(features, image.to(self.device), face_mask.to(self.device), hair_mask.to(self.device))
+
+    def new_encoder(self, inputs: FaceInputs, seed: int) -> IdentityEncoder:
+        """A freshly initialised identity encoder (fp32 master weights), seeded."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return IdentityEncoder(inputs.features.shape[1], self.celeb).to(self.device)
+
+    def sample_batch(self, inputs: FaceInputs, generator: torch.Generator) -> Batch:
+        """Draw one example; every random number comes from ``generator``."""
+        view, face_mask, hair_mask, flipped = augment(
+            inputs.image, inputs.face_mask, inputs.hair_mask, generator, self.latent_size
+        )
+        n = self.latent_size
+        timestep = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (1,), generator=generator)
+        noise = torch.randn((1, self.base.unet.config.in_channels, n, n), generator=generator)
+        vae_noise = torch.randn((1, self.base.vae.config.latent_channels, n, n), generator=generator)
+        caption = _randint(generator, 0, len(TEMPLATES) - 1)
+        dev = self.device
+        return Batch(
+            view[None], face_mask[None], hair_mask[None], flipped,
+            timestep.to(dev), noise.to(dev), vae_noise.to(dev), caption,
+        )
+
+    def loss(self, encoder: IdentityEncoder, inputs: FaceInputs, batch: Batch) -> torch.Tensor:
+        """The masked two-phase loss of one batch; differentiable w.r.t. the encoder only."""
+        base, cfg = self.base, self.config
+        scaling = base.vae.config.scaling_factor
+        with torch.no_grad(), self._autocast():
+            posterior = base.vae.encode(batch.view.to(self.device, base.vae.dtype)).latent_dist
+            x0 = (posterior.mean + posterior.std * batch.vae_noise).float() * scaling
+        t = batch.timestep
+        x_t = self.noise_scheduler.add_noise(x0, batch.noise, t)
+
+        vectors = encoder(inputs.features[1:2] if batch.flipped else inputs.features[0:1])
+        ids = self.caption_ids[batch.caption : batch.caption + 1]
+        mask = self.caption_masks[batch.caption : batch.caption + 1]
+        with self._autocast(), identity_injected(base.text_encoder, mask, vectors):
+            hidden = base.text_encoder(ids)[0]
+            prediction = base.unet(x_t.to(base.unet.dtype), t, encoder_hidden_states=hidden.to(base.unet.dtype)).sample
+
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(self.device)[t]
+        kind = self.noise_scheduler.config.prediction_type
+        eps_pred = epsilon_from_prediction(prediction.float(), x_t, alpha_bar.view(-1, 1, 1, 1), kind)
+        return two_phase_loss(
+            eps_pred, batch.noise, x_t, x0, t, alpha_bar, batch.face_mask, batch.hair_mask,
+            scaling_factor=scaling, threshold=cfg.detail_threshold, hair_weight=cfg.hair_weight,
+        )
+
+    def new_optimizer(self, encoder: IdentityEncoder) -> torch.optim.Optimizer:
+        cfg = self.config
+        return torch.optim.AdamW(
+            encoder.parameters(), lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=cfg.eps
+        )
 
     def __call__(
         self,
@@ -205,84 +294,40 @@ class IdentityLearner:
         callback: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Identity:
-        """Train on ``face`` (a :class:`~stableidentity.face.PreparedFace`) and return the identity."""
-        cfg, base = self.config, self.base
-        steps = cfg.steps if steps is None else int(steps)
+        """Train on ``face`` (a :class:`~stableidentity.face.PreparedFace`) and return the identity.
+
+        ``callback(step, total, loss)`` runs after every step; ``should_stop()`` is
+        checked before every step and ends learning with :class:`CancelledError`.
+        """
+        steps = self.config.steps if steps is None else int(steps)
         if not 1 <= steps <= MAX_STEPS:
             raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-        device = self.device
-        generator = torch.Generator().manual_seed(int(seed))  # every random draw comes from here
-
-        # Computed once: the face ViT's features of the crop and of its mirror image.
-        mirror = face.vit_crop.transpose(0)  # PIL FLIP_LEFT_RIGHT
-        features = face_features(self.face_encoder, [face.vit_crop, mirror]).to(device)
-        image = TF.to_dtype(TF.pil_to_tensor(face.image.convert("RGB")), torch.float32, scale=True)
-        size = cfg.resolution
-        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        face_mask, hair_mask = (_mask_tensor(m, size) for m in (face.face_mask, face.hair_mask))
-        latent_size = size // (2 ** (len(base.vae.config.block_out_channels) - 1))
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            encoder = IdentityEncoder(features.shape[1], self.celeb).to(device)  # fp32 master weights
-        optimizer = torch.optim.AdamW(
-            encoder.parameters(), lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=cfg.eps
-        )
-        alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device)
-        scaling = base.vae.config.scaling_factor
-        prediction_type = self.noise_scheduler.config.prediction_type
-        num_train_t = self.noise_scheduler.config.num_train_timesteps
+        generator = torch.Generator().manual_seed(int(seed))
+        inputs = self.prepare(face)
+        encoder = self.new_encoder(inputs, seed)
+        optimizer = self.new_optimizer(encoder)
         losses: list[float] = []
 
         for step in range(1, steps + 1):
             if should_stop is not None and should_stop():
                 raise CancelledError(f"learning cancelled at step {step - 1} of {steps}")
-            view, view_face, view_hair, flipped = augment(image, face_mask, hair_mask, generator, latent_size)
-            t = torch.randint(0, num_train_t, (1,), generator=generator)
-            noise = torch.randn((1, base.unet.config.in_channels, latent_size, latent_size), generator=generator)
-            caption = _randint(generator, 0, len(TEMPLATES) - 1)
-            vae_noise = torch.randn((1, base.vae.config.latent_channels, latent_size, latent_size), generator=generator)
-            t, noise, vae_noise = t.to(device), noise.to(device), vae_noise.to(device)
-
-            with torch.no_grad(), self._autocast():
-                posterior = base.vae.encode(view[None].to(device, base.vae.dtype)).latent_dist
-                x0 = (posterior.mean + posterior.std * vae_noise).float() * scaling
-            x_t = self.noise_scheduler.add_noise(x0, noise, t)
-
-            vectors = encoder(features[1:2] if flipped else features[0:1])
-            ids = self.caption_ids[caption : caption + 1].to(device)
-            mask = self.caption_masks[caption : caption + 1].to(device)
-            with self._autocast(), identity_injected(base.text_encoder, mask, vectors):
-                hidden = base.text_encoder(ids)[0]
-                prediction = base.unet(x_t.to(base.unet.dtype), t, encoder_hidden_states=hidden.to(base.unet.dtype)).sample
-            alpha_bar = alphas_cumprod[t]
-            eps_pred = epsilon_from_prediction(prediction.float(), x_t, alpha_bar.view(-1, 1, 1, 1), prediction_type)
-            loss = two_phase_loss(
-                eps_pred, noise, x_t, x0, t, alpha_bar,
-                view_face[None].to(device), view_hair[None].to(device),
-                scaling_factor=scaling, threshold=cfg.detail_threshold, hair_weight=cfg.hair_weight,
-            )
+            loss = self.loss(encoder, inputs, self.sample_batch(inputs, generator))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), self.config.max_grad_norm)
             optimizer.step()
-
             losses.append(loss.item())
             if callback is not None:
                 callback(step, steps, losses[-1])
 
         with torch.no_grad():
-            embeddings = encoder(features[0:1])[0].float().cpu()
+            embeddings = encoder(inputs.features[0:1])[0].float().cpu()
         tail = losses[-min(len(losses), 50) :]
         final_loss = sum(tail) / len(tail)
         if not math.isfinite(final_loss) or not torch.isfinite(embeddings).all():
             raise InvalidInputError("learning diverged (non-finite loss); try another seed or photo")
         metadata = photo_metadata(
-            face.photo_sha256,
-            base_model=base.source,
-            steps=steps,
-            seed=int(seed),
-            final_loss=f"{final_loss:.6f}",
+            face.photo_sha256, base_model=self.base.source, steps=steps, seed=int(seed), final_loss=f"{final_loss:.6f}"
         )
         return Identity(embeddings, metadata)
 
