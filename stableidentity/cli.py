@@ -143,7 +143,10 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or bad arguments (already printed as one line)
+        return int(exit_.code or 0)
     try:
         _quiet_libraries()
         return {"learn": cmd_learn, "generate": cmd_generate}[args.command](args)

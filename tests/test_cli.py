@@ -13,7 +13,7 @@ from PIL import Image
 from stableidentity.cli import main
 from stableidentity.identity import Identity
 
-from .conftest import ROOT
+from conftest import ROOT
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
