@@ -28,3 +28,7 @@ class IdentityFileError(StableIdentityError):
 
 class CancelledError(StableIdentityError):
     """The user stopped a running job."""
+
+
+class OutOfMemoryError(StableIdentityError):
+    """The GPU (or the memory budget) ran out of memory; the message says what to try instead."""
