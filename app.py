@@ -1,111 +1,83 @@
-"""StableIdentity app: learn an identity from one photo, then generate images of that person.
+"""StableIdentity app: learn a person from one photo, then put them into generated images.
 
-Run ``python app.py`` and open the printed address. ``--preset tiny`` (chosen
-automatically when the real weights can't be had) is the offline demo: its
-models are small and random, so its images are noise.
+    python app.py [--preset auto|sd21|tiny] [--share] [--host H] [--port P]
+
+``auto`` uses the real models when their weights are in the local Hugging Face
+cache or the hub answers within seconds, and otherwise the tiny offline preset
+(small random models: the app works end to end, but images are noise).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-
-from stableidentity.errors import StableIdentityError
-from stableidentity.generate import DEFAULT_NEGATIVE
 from stableidentity.hub import hub_reachable
-from stableidentity.identity import Identity
-from stableidentity.manager import ModelManager
 from stableidentity.presets import get_preset
 
-OFFLINE_BANNER = (
-    "**Offline demo mode**: small random models, images are noise — run with real weights for real results."
-)
+log = logging.getLogger("stableidentity")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
+QUEUE_SIZE = 20  # waiting jobs beyond this are turned away with a "queue full" message
+
+
+def on_spaces() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def real_weights_available() -> bool:
+    """The real base model is a local folder, in the local HF cache, or the hub is reachable."""
+    from huggingface_hub import try_to_load_from_cache
+
+    base = get_preset("sd21").base
+    if Path(base).expanduser().is_dir():
+        return True
+    if isinstance(try_to_load_from_cache(base, "unet/config.json"), str):
+        return True
+    return hub_reachable()
 
 
 def choose_preset(name: str) -> str:
-    """``auto``: the real models when the hub answers within seconds, else the tiny offline set."""
     if name != "auto":
         return name
-    return "sd21" if hub_reachable() else "tiny"
+    if real_weights_available():
+        return "sd21"
+    log.warning("offline demo mode: real weights not found and the hub is unreachable; using the tiny preset")
+    return "tiny"
 
 
-def build_app(manager: ModelManager) -> gr.Blocks:
-    out_dir = Path(tempfile.mkdtemp(prefix="stableidentity-"))
-
-    def learn(photo, steps, seed, progress=gr.Progress()):
-        if photo is None:
-            raise gr.Error("Upload a photo with a clearly visible face first.")
-        try:
-            face = manager.face_preparer()(photo)
-            identity = manager.learner()(
-                face,
-                steps=int(steps),
-                seed=int(seed),
-                callback=lambda s, n, loss: progress((s, n), desc=f"step {s}/{n}, loss {loss:.4f}"),
-            )
-        except StableIdentityError as error:
-            raise gr.Error(str(error)) from None
-        path = identity.save(out_dir / f"identity-seed{int(seed)}.safetensors")
-        return face.overlay(), str(path), str(path)
-
-    def generate(identity_path, prompt, negative, num_images, steps, guidance, seed):
-        if not identity_path:
-            raise gr.Error("Learn an identity (or upload an identity file) first.")
-        try:
-            identity = Identity.load(identity_path, token_width=manager.base().token_width)
-            result = manager.text_to_image()(
-                identity, prompt, negative_prompt=negative, num_images=int(num_images),
-                steps=int(steps), guidance=float(guidance), seed=int(seed),
-            )
-        except StableIdentityError as error:
-            raise gr.Error(str(error)) from None
-        captions = [(im, f"seed {s}: {result.prompt}") for im, s in zip(result.images, result.seeds)]
-        return captions
-
-    with gr.Blocks(title="StableIdentity") as demo:
-        gr.Markdown("# StableIdentity\nLearn a person from **one photo**, then write `<id>` in a prompt.")
-        if manager.preset.is_tiny:
-            gr.Markdown(OFFLINE_BANNER)
-        gr.Markdown(f"Preset: `{manager.preset.name}` · device: `{manager.device}`")
-        identity_file = gr.State(None)
-        with gr.Row():
-            photo = gr.Image(type="filepath", label="Face photo")
-            overlay = gr.Image(label="Aligned face (green: face mask, blue: hair)")
-        with gr.Row():
-            steps = gr.Slider(1, 1000, value=450, step=1, label="Steps")
-            seed = gr.Number(0, precision=0, label="Seed")
-        learn_btn = gr.Button("Learn", variant="primary")
-        download = gr.File(label="Identity file")
-        learn_btn.click(learn, [photo, steps, seed], [overlay, download, identity_file], api_name="learn")
-
-        prompt = gr.Textbox("a photo of <id> as an astronaut, best quality", label="Prompt")
-        negative = gr.Textbox(DEFAULT_NEGATIVE, label="Negative prompt")
-        with gr.Row():
-            n = gr.Slider(1, 4, value=1, step=1, label="Images")
-            gsteps = gr.Slider(1, 150, value=25, step=1, label="Steps")
-            guidance = gr.Slider(0, 30, value=8.5, step=0.5, label="Guidance")
-            gseed = gr.Number(0, precision=0, label="Seed")
-        gen_btn = gr.Button("Generate", variant="primary")
-        gallery = gr.Gallery(label="Images")
-        gen_btn.click(generate, [identity_file, prompt, negative, n, gsteps, guidance, gseed], gallery, api_name="generate")
-    return demo
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="StableIdentity: one photo, any image.")
+    parser.add_argument("--preset", choices=["auto", "sd21", "tiny"], default="auto", help="models to use (default auto)")
+    parser.add_argument("--share", action="store_true", help="also create a public share link (implies --public)")
+    parser.add_argument("--public", action="store_true", help="each browser session sees only its own identities")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("STABLEIDENTITY_DATA", DEFAULT_DATA_DIR)),
+                        help="where the identity library lives in local use")
+    parser.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["auto", "sd21", "tiny"], default="auto")
-    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    from stableidentity.library import IdentityLibrary
+    from stableidentity.manager import ModelManager
+    from stableidentity.ui import AppContext, build_app
+
+    public = args.public or args.share or on_spaces()
     preset = choose_preset(args.preset)
-    if preset == "tiny":
-        print("StableIdentity: offline demo mode (tiny random models; images are noise)")
-    manager = ModelManager(get_preset(preset))
-    build_app(manager).queue(max_size=16).launch(server_name=args.host, server_port=args.port, share=args.share)
+    manager = ModelManager(get_preset(preset), device=args.device)
+    # A public app keeps nothing beyond a visitor's session: its library is temporary.
+    data_dir = Path(tempfile.mkdtemp(prefix="stableidentity-")) if public else args.data_dir
+    ctx = AppContext(manager, IdentityLibrary(data_dir / "identities"), public)
+    log.info("preset %s on %s; %s library in %s", preset, manager.device, "public" if public else "local", data_dir)
+    demo = build_app(ctx)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False)
 
 
 if __name__ == "__main__":
