@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import random
 from dataclasses import dataclass
@@ -61,8 +62,9 @@ def build(ctx: AppContext) -> GenerateTab:
                 callback=lambda step, total: progress((step, total), desc=f"step {step}/{total}"),
             )
         captions = [(image, f"seed {s}") for image, s in zip(result.images, result.seeds)]
-        lines = [f"**Prompt:** {result.prompt}", "**Seeds:** " + ", ".join(map(str, result.seeds))]
-        lines += [f"Note: {note}" for note in result.notes]
+        # Code spans keep "<id>" visible (Markdown would take it for an HTML tag).
+        lines = [f"**Prompt:** `{result.prompt}`", "**Seeds:** " + ", ".join(map(str, result.seeds))]
+        lines += [f"Note: {html.escape(note)}" for note in result.notes]
         return captions, "\n\n".join(lines), seed
 
     def pick_group(group):
