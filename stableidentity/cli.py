@@ -23,6 +23,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-encoder", help="face-recognition ViT repo id or folder (env STABLEIDENTITY_FACE_ENCODER)")
     parser.add_argument("--face-parser", help="SegFormer face parser repo id or folder (env STABLEIDENTITY_FACE_PARSER)")
     parser.add_argument("--insightface", help="insightface pack name or folder, 'none' for the offline detector (env STABLEIDENTITY_INSIGHTFACE)")
+    parser.add_argument("--controlnet", help="OpenPose ControlNet repo id or folder (env STABLEIDENTITY_CONTROLNET)")
+    parser.add_argument("--openpose", help="OpenPose annotator repo id or folder (env STABLEIDENTITY_OPENPOSE)")
     parser.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
 
 
@@ -45,27 +47,39 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(learn)
 
     gen = sub.add_parser("generate", help="generate images of a learned identity")
-    gen.add_argument("identity", type=Path, help="identity .safetensors file from 'learn'")
-    gen.add_argument("prompt", help="prompt; write <id> where the person goes, e.g. '<id> as an astronaut'")
-    gen.add_argument("-n", "--num-images", type=int, default=1, help="images to generate (1-4)")
-    gen.add_argument("-o", "--output-dir", type=Path, default=Path("outputs"), help="folder for the PNGs")
-    gen.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
-    gen.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    gen.add_argument("--guidance", type=float, default=8.5, help="classifier-free guidance (default 8.5)")
-    gen.add_argument("--negative", default=None, help="negative prompt (default: a general-quality one)")
-    gen.add_argument("--width", type=int, default=512)
-    gen.add_argument("--height", type=int, default=512)
-    _model_flags(gen)
+    _generation_flags(gen)
+
+    pose = sub.add_parser("pose", help="generate images of a learned identity in a given pose")
+    _generation_flags(pose)
+    pose.add_argument("--pose", required=True, help="built-in pose name, keypoint FILE.json, SKELETON.png or PHOTO.jpg")
+    pose.add_argument("--pose-source", choices=["auto", "skeleton", "photo"], default="auto",
+                      help="how to read an image given to --pose (auto: a mostly black image is a skeleton)")
+    pose.add_argument("--controlnet-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1.0)")
+    pose.add_argument("--guidance-end", type=float, default=1.0, help="fraction of steps the pose guides (default 1.0)")
     return parser
+
+
+def _generation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("identity", type=Path, help="identity .safetensors file from 'learn'")
+    parser.add_argument("prompt", help="prompt; write <id> where the person goes, e.g. '<id> as an astronaut'")
+    parser.add_argument("-n", "--num-images", type=int, default=1, help="images to generate (1-4)")
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("outputs"), help="folder for the PNGs")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--guidance", type=float, default=8.5, help="classifier-free guidance (default 8.5)")
+    parser.add_argument("--negative", default=None, help="negative prompt (default: a general-quality one)")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    _model_flags(parser)
 
 
 def _manager(args):
     from .manager import ModelManager
     from .presets import get_preset
 
-    preset = get_preset(
-        args.preset, base=args.base, face_encoder=args.face_encoder, face_parser=args.face_parser, insightface=args.insightface
-    )
+    from .presets import ENV_OVERRIDES
+
+    preset = get_preset(args.preset, **{field: getattr(args, field) for field in ENV_OVERRIDES})
     if preset.is_tiny:
         print("note: tiny preset: small random models, outputs are noise (plumbing check only)", file=sys.stderr)
     return ModelManager(preset, device=args.device)
@@ -96,33 +110,58 @@ def cmd_learn(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
-    from .generate import DEFAULT_NEGATIVE
+def _identity_and_manager(args):
     from .identity import Identity
 
     Identity.load(args.identity)  # fail fast on a bad file, before loading models
     manager = _manager(args)
-    base = manager.base()
-    identity = Identity.load(args.identity, token_width=base.token_width)
-    result = manager.text_to_image()(
-        identity,
-        args.prompt,
+    return Identity.load(args.identity, token_width=manager.base().token_width), manager
+
+
+def _settings(args) -> dict:
+    from .generate import DEFAULT_NEGATIVE
+
+    return dict(
         negative_prompt=DEFAULT_NEGATIVE if args.negative is None else args.negative,
-        num_images=args.num_images,
-        steps=args.steps,
-        guidance=args.guidance,
-        width=args.width,
-        height=args.height,
-        seed=args.seed,
+        num_images=args.num_images, steps=args.steps, guidance=args.guidance,
+        width=args.width, height=args.height, seed=args.seed,
     )
+
+
+def _save_images(args, result, extra=()) -> None:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    for name, image in extra:
+        image.save(args.output_dir / name)
+        print(args.output_dir / name)
     for image, seed in zip(result.images, result.seeds):
         path = args.output_dir / f"{args.identity.stem}-seed{seed}.png"
         image.save(path)
         print(f"{path}  (seed {seed})")
     print(f"prompt: {result.prompt}")
+
+
+def cmd_generate(args) -> int:
+    identity, manager = _identity_and_manager(args)
+    _save_images(args, manager.text_to_image()(identity, args.prompt, **_settings(args)))
+    return 0
+
+
+def cmd_pose(args) -> int:
+    from .pose import guess_source, pose_skeleton
+
+    source = guess_source(args.pose)
+    if source in ("skeleton", "photo") and args.pose_source != "auto":
+        source = args.pose_source
+    identity, manager = _identity_and_manager(args)
+    skeleton, note = pose_skeleton(source, args.pose, args.width, args.height, manager.openpose)
+    print(f"pose: {note}", file=sys.stderr)
+    result = manager.pose_to_image()(
+        identity, args.prompt, skeleton, controlnet_scale=args.controlnet_scale, guidance_end=args.guidance_end,
+        **_settings(args),
+    )
+    _save_images(args, result, extra=[(f"{args.identity.stem}-pose.png", skeleton)])
     return 0
 
 
@@ -149,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         _quiet_libraries()
-        return {"learn": cmd_learn, "generate": cmd_generate}[args.command](args)
+        return {"learn": cmd_learn, "generate": cmd_generate, "pose": cmd_pose}[args.command](args)
     except StableIdentityError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

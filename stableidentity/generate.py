@@ -60,24 +60,15 @@ def resolve_seed(seed: int | None) -> int:
     return int(seed)
 
 
-class IdentityTextToImage:
-    """Text-to-image with one identity, on the shared base components."""
+class IdentityGenerator:
+    """What every identity pipeline shares: checks, the identity in the prompt, seeds, progress.
 
-    def __init__(self, base):
-        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    Subclasses assemble a diffusers pipeline from the shared base components and
+    call :meth:`run` with their own extra arguments (a pose image, a frame count...).
+    """
 
-        self.base = base
-        scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler_config, algorithm_type="dpmsolver++")
-        self.pipe = StableDiffusionPipeline(
-            vae=base.vae,
-            text_encoder=base.text_encoder,
-            tokenizer=base.tokenizer,
-            unet=base.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    def __init__(self, base, pipe):
+        self.base, self.pipe = base, pipe
         self.pipe.set_progress_bar_config(disable=True)
 
     def encode(self, prompt: str, negative_prompt: str, identity: Identity) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +78,7 @@ class IdentityTextToImage:
         negative = encode_prompts(tok, enc, [negative_prompt or ""])
         return positive, negative
 
-    def __call__(
+    def run(
         self,
         identity: Identity,
         prompt: str,
@@ -100,8 +91,9 @@ class IdentityTextToImage:
         height: int = DEFAULTS["height"],
         seed: int | None = None,
         callback=None,
-    ) -> GenerationResult:
-        """Generate ``num_images`` images of the identity; ``callback(step, total)`` per step."""
+        **pipe_kwargs,
+    ) -> tuple[object, str, list[int], list[str]]:
+        """Run the pipeline; returns its output, the prompt as used, the seeds and notes for the user."""
         check_settings(num_images, steps, guidance, width, height)
         identity.check_compatible(self.base.token_width)
         prompt, added = with_placeholder(prompt)
@@ -110,7 +102,6 @@ class IdentityTextToImage:
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(num_images)]
         device = self.base.unet.device
         generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-
         positive, negative = self.encode(prompt, negative_prompt, identity)
 
         def on_step(pipe, step, timestep, kwargs):
@@ -118,7 +109,7 @@ class IdentityTextToImage:
                 callback(step + 1, steps)
             return kwargs
 
-        images = self.pipe(
+        output = self.pipe(
             prompt_embeds=positive.repeat(num_images, 1, 1),
             negative_prompt_embeds=negative.repeat(num_images, 1, 1),
             num_inference_steps=steps,
@@ -127,5 +118,40 @@ class IdentityTextToImage:
             height=height,
             generator=generators,
             callback_on_step_end=on_step,
-        ).images
-        return GenerationResult(images, prompt, seeds, notes)
+            **pipe_kwargs,
+        )
+        return output, prompt, seeds, notes
+
+
+def dpm_solver(base):
+    """DPM-Solver++ multistep, as the method's authors used, from the base's scheduler config."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(base.scheduler_config, algorithm_type="dpmsolver++")
+
+
+class IdentityTextToImage(IdentityGenerator):
+    """Text-to-image with one identity, on the shared base components."""
+
+    def __init__(self, base):
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=base.vae,
+            text_encoder=base.text_encoder,
+            tokenizer=base.tokenizer,
+            unet=base.unet,
+            scheduler=dpm_solver(base),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        super().__init__(base, pipe)
+
+    def __call__(self, identity: Identity, prompt: str, **settings) -> GenerationResult:
+        """Generate images of the identity; ``settings`` as in :meth:`IdentityGenerator.run`.
+
+        ``callback(step, total)`` runs after each denoising step.
+        """
+        output, prompt, seeds, notes = self.run(identity, prompt, **settings)
+        return GenerationResult(output.images, prompt, seeds, notes)

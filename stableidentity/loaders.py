@@ -130,3 +130,57 @@ def load_face_parser(source: str, device: torch.device | str = "cpu", dtype: tor
         model = SegformerForSemanticSegmentation.from_pretrained(source, dtype=dtype, **kw)
     model.requires_grad_(False).eval().to(device)
     return FaceParser(source, model, processor)
+
+
+def load_controlnet(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """Load the OpenPose ControlNet for SD2.1 (diffusers ``ControlNetModel``)."""
+    from diffusers import ControlNetModel
+
+    with _loading("pose ControlNet", source, "controlnet"):
+        model = ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=_local_only(source))
+    return model.requires_grad_(False).eval().to(device)
+
+
+@dataclass
+class OpenPose:
+    """controlnet_aux's OpenPose detector; body always, hands and face when their files exist.
+
+    The networks are also fields, so the model manager can see and move them.
+    """
+
+    source: str
+    detector: Any  # controlnet_aux OpenposeDetector
+    body: torch.nn.Module
+    hand: torch.nn.Module | None = None
+    face: torch.nn.Module | None = None
+
+
+def load_openpose(source: str, device: torch.device | str = "cpu") -> OpenPose:
+    """Load the OpenPose annotator weights (lllyasviel/Annotators layout) into controlnet_aux."""
+    from .pose import openpose_api
+
+    op = openpose_api()
+    with _loading("OpenPose annotator", source, "openpose"):
+        body = op.Body(_annotator_file(source, "body_pose_model.pth"))
+    extras = []
+    for name, cls in (("hand_pose_model.pth", op.Hand), ("facenet.pth", op.Face)):
+        try:
+            extras.append(cls(_annotator_file(source, name)))
+        except Exception:  # noqa: BLE001 - hands and face are extras; the body is enough
+            extras.append(None)
+    hand, face = extras
+    networks = [n.model.requires_grad_(False).eval().to(device) if n is not None else None for n in (body, hand, face)]
+    return OpenPose(source, op.OpenposeDetector(body, hand, face), *networks)
+
+
+def _annotator_file(source: str, filename: str) -> str:
+    """A file of an annotator repo: from the folder, the local cache or the hub."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        path = folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{filename} is not in {folder}")
+        return str(path)
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(source, filename, local_files_only=_local_only(source))

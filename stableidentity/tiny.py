@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 # Bump when the layout or shapes change, so stale caches are rebuilt.
-TINY_VERSION = "2"
+TINY_VERSION = "3"
 SEED = 0
 TEXT_WIDTH = 32  # token-embedding width d (1024 in SD2.1)
 VOCAB_SIZE = 49408
@@ -51,6 +51,8 @@ def ensure_tiny_models(root: Path | None = None) -> dict[str, Path]:
         "base": target / "stable-diffusion-2-1-base",
         "face_encoder": target / "face-recognition-vit",
         "face_parser": target / "face-parsing",
+        "controlnet": target / "controlnet-sd21-openpose",
+        "openpose": target / "openpose-annotators",
     }
     if (target / ".complete").exists():
         return paths
@@ -61,6 +63,8 @@ def ensure_tiny_models(root: Path | None = None) -> dict[str, Path]:
         write_tiny_sd21(staging / paths["base"].name)
         write_tiny_face_encoder(staging / paths["face_encoder"].name)
         write_tiny_face_parser(staging / paths["face_parser"].name)
+        write_tiny_controlnet(staging / paths["controlnet"].name, staging / paths["base"].name / "unet")
+        write_tiny_openpose(staging / paths["openpose"].name)
         (staging / ".complete").write_text(TINY_VERSION)
         try:
             staging.rename(target)
@@ -258,3 +262,37 @@ def write_tiny_face_parser(out: Path) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
     SegformerImageProcessor(size={"height": 512, "width": 512}, do_reduce_labels=False).save_pretrained(out)
+
+
+# --- pose ---------------------------------------------------------------------------------------
+
+
+def write_tiny_controlnet(out: Path, unet_dir: Path) -> None:
+    """A ControlNet folder laid out like thibaud/controlnet-sd21-openpose-diffusers.
+
+    Built from the tiny UNet, as ControlNets are; its conditioning embedding has
+    three stride-2 convolutions, so a pose image is downsampled by 8 like the VAE.
+    """
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(SEED + 3)
+    unet = UNet2DConditionModel.from_pretrained(unet_dir)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_openpose(out: Path) -> None:
+    """``body_pose_model.pth`` with random weights, in the lllyasviel/Annotators layout.
+
+    controlnet_aux hard-codes the OpenPose body network, so this file has the real
+    size; it is stored in float16 (controlnet_aux loads it into float32). The hand
+    and face networks are optional and left out.
+    """
+    from .pose import openpose_api
+
+    torch.manual_seed(SEED + 4)
+    model = openpose_api().bodypose_model()
+    # The annotator files name weights without their block prefix ("model0.conv1_1.weight" -> "conv1_1.weight").
+    weights = {name.split(".", 1)[1]: value.half() for name, value in model.state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, out / "body_pose_model.pth")

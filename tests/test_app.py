@@ -136,3 +136,25 @@ def test_public_sessions_are_isolated(public_app, astronaut_path, tmp_path):
     with pytest.raises(AppError, match="width"):
         mallory.predict(handle_file(str(wide)), "", api_name="/upload_identity")
     assert [e["id"] for e in alice.predict(api_name="/list_identities")] == [identity]
+
+
+def test_pose_tab_through_the_api(local_app, astronaut_path, tmp_path):
+    client = local_app.client()
+    identity = learn(client, astronaut_path, name="poser", steps=2)[3]
+    skeleton, note = client.predict("builtin", "waving", None, 512, 768, api_name="/pose_skeleton")
+    assert "waving" in note
+    from PIL import Image
+
+    assert Image.open(skeleton).size == (512, 768)
+
+    def pose(source, builtin, image):
+        return client.predict(identity, "<id> dancing", source, builtin, image, 1.0, 1.0, "", 2, 2, 8.5, 256, 256, 5,
+                              False, api_name="/generate_pose")
+
+    items, info, _ = pose("builtin", "sitting", None)
+    assert [item["caption"] for item in items] == ["pose: built-in pose 'sitting'", "seed 5", "seed 6"]
+    Image.open(skeleton).save(tmp_path / "skeleton.png")
+    items, _, _ = pose("skeleton", None, handle_file(str(tmp_path / "skeleton.png")))
+    assert items[0]["caption"] == "pose: skeleton image used as it is" and len(items) == 3
+    with pytest.raises(AppError, match="upload a reference photo"):
+        pose("photo", None, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import generate_tab, learn_tab
+from . import generate_tab, learn_tab, pose_tab
 from .common import AppContext
 
 __all__ = ["AppContext", "build_app"]
@@ -19,7 +19,8 @@ OFFLINE_BANNER = (
 )
 HOW_TO = (
     "1. **Learn identity**: upload one photo of a face, press *Learn* (about 450 steps). "
-    "2. **Generate**: pick the identity and write `<id>` in the prompt where the person goes."
+    "2. **Generate**: pick the identity and write `<id>` in the prompt where the person goes. "
+    "3. **Pose**: the same, in a pose from a built-in skeleton, a reference photo or a skeleton image."
 )
 
 
@@ -35,13 +36,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs():
             learn = learn_tab.build(ctx)
             generate = generate_tab.build(ctx)
-            # Later tabs (pose, video, 3D) slot in here, one module each.
+            pose = pose_tab.build(ctx)
+            # Later tabs (video, 3D) slot in here, one module each.
 
         with gr.Accordion("Models and memory", open=False):
             status = gr.Markdown(ctx.manager.status())
             gr.Button("Refresh").click(ctx.manager.status, None, status, api_name="status", concurrency_limit=None)
 
-        pickers = [generate.picker]
+        pickers = [generate.picker, pose.picker]
 
         def refresh_pickers(*current, request: gr.Request):
             owner = ctx.owner(request)
