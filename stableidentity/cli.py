@@ -25,6 +25,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insightface", help="insightface pack name or folder, 'none' for the offline detector (env STABLEIDENTITY_INSIGHTFACE)")
     parser.add_argument("--controlnet", help="OpenPose ControlNet repo id or folder (env STABLEIDENTITY_CONTROLNET)")
     parser.add_argument("--openpose", help="OpenPose annotator repo id or folder (env STABLEIDENTITY_OPENPOSE)")
+    parser.add_argument("--video", help="ModelScope text-to-video repo id or folder (env STABLEIDENTITY_VIDEO)")
     parser.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
 
 
@@ -56,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how to read an image given to --pose (auto: a mostly black image is a skeleton)")
     pose.add_argument("--controlnet-scale", type=float, default=1.0, help="ControlNet conditioning scale (default 1.0)")
     pose.add_argument("--guidance-end", type=float, default=1.0, help="fraction of steps the pose guides (default 1.0)")
+
+    video = sub.add_parser("video", help="make a short video of a learned identity")
+    video.add_argument("identity", type=Path, help="identity .safetensors file from 'learn'")
+    video.add_argument("prompt", help="prompt; write <id> where the person goes, e.g. '<id> walking on a beach'")
+    video.add_argument("--frames", type=int, default=16, help="number of frames (8-32, default 16)")
+    video.add_argument("--fps", type=int, default=8, help="frames per second (default 8)")
+    video.add_argument("-o", "--output", type=Path, default=Path("video.mp4"), help="output .mp4 (H.264) or .gif")
+    video.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
+    video.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    video.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance (default 9)")
+    video.add_argument("--negative", default=None, help="negative prompt")
+    video.add_argument("--width", type=int, default=256, help="width (default 256, as the model was trained)")
+    video.add_argument("--height", type=int, default=256)
+    video.add_argument("--offload", action="store_true", help="model CPU offload for small GPUs (slower)")
+    _model_flags(video)
     return parser
 
 
@@ -110,12 +126,13 @@ def cmd_learn(args) -> int:
     return 0
 
 
-def _identity_and_manager(args):
+def _identity_and_manager(args, group: str = "base"):
+    """The identity file, checked against the token width of the model group that will use it."""
     from .identity import Identity
 
     Identity.load(args.identity)  # fail fast on a bad file, before loading models
     manager = _manager(args)
-    return Identity.load(args.identity, token_width=manager.base().token_width), manager
+    return Identity.load(args.identity, token_width=manager.group(group).token_width), manager
 
 
 def _settings(args) -> dict:
@@ -165,6 +182,33 @@ def cmd_pose(args) -> int:
     return 0
 
 
+def cmd_video(args) -> int:
+    from tqdm import tqdm
+
+    from .errors import InvalidInputError
+    from .video import check_video_settings
+
+    if args.output.suffix.lower() not in (".mp4", ".gif"):
+        raise InvalidInputError(f"the output must end in .mp4 or .gif, got {args.output}")
+    check_video_settings(args.frames, args.fps)  # before loading any model
+    identity, manager = _identity_and_manager(args, group="video")
+    manager.video_offload = args.offload
+    with tqdm(total=args.steps, desc="denoising", unit="step") as bar:
+        result = manager.text_to_video()(
+            identity, args.prompt, frames=args.frames, fps=args.fps, steps=args.steps, guidance=args.guidance,
+            width=args.width, height=args.height, seed=args.seed,
+            negative_prompt="" if args.negative is None else args.negative,
+            callback=lambda step, total: bar.update(1),
+        )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    with tqdm(total=args.frames, desc="encoding", unit="frame") as bar:
+        path = result.save(args.output, fps=args.fps, on_frame=lambda i, n: bar.update(1))
+    print(f"{path}  ({args.frames} frames at {args.fps} fps, seed {result.seed})")
+    print(f"prompt: {result.prompt}")
+    return 0
+
+
 def _quiet_libraries() -> None:
     """Library chatter (load reports, download bars) would bury our one-line messages."""
     import logging
@@ -188,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         _quiet_libraries()
-        return {"learn": cmd_learn, "generate": cmd_generate, "pose": cmd_pose}[args.command](args)
+        return {"learn": cmd_learn, "generate": cmd_generate, "pose": cmd_pose, "video": cmd_video}[args.command](args)
     except StableIdentityError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -103,12 +103,6 @@ class IdentityGenerator:
         device = self.base.unet.device
         generators = [torch.Generator(device).manual_seed(s) for s in seeds]
         positive, negative = self.encode(prompt, negative_prompt, identity)
-
-        def on_step(pipe, step, timestep, kwargs):
-            if callback is not None:
-                callback(step + 1, steps)
-            return kwargs
-
         output = self.pipe(
             prompt_embeds=positive.repeat(num_images, 1, 1),
             negative_prompt_embeds=negative.repeat(num_images, 1, 1),
@@ -117,10 +111,21 @@ class IdentityGenerator:
             width=width,
             height=height,
             generator=generators,
-            callback_on_step_end=on_step,
+            **self.progress_kwargs(callback, steps),
             **pipe_kwargs,
         )
         return output, prompt, seeds, notes
+
+    def progress_kwargs(self, callback, steps: int) -> dict:
+        """Pipeline arguments that report each finished step as ``callback(step, total)``."""
+        if callback is None:
+            return {}
+
+        def on_step_end(pipe, step, timestep, tensors):
+            callback(step + 1, steps)
+            return tensors
+
+        return {"callback_on_step_end": on_step_end}
 
 
 def dpm_solver(base):

@@ -89,23 +89,36 @@ def _loading(what: str, source: str, field: str, hint: str = "") -> Iterator[Non
         ) from error
 
 
-def load_base(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> BaseModels:
-    """Load Stable Diffusion 2.x tokenizer, text encoder, UNet, VAE and scheduler config."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+def _load_diffusion_parts(source: str, unet_class, what: str, field: str, hint: str, device, dtype) -> BaseModels:
+    """Tokenizer, text encoder, UNet, VAE and scheduler config of a diffusers pipeline folder or repo."""
+    from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    mirrors = " (mirrors of SD2.1-base: " + ", ".join(SD21_BASE_MIRRORS) + ")"
-    local = _local_only(source)
-    with _loading("Stable Diffusion base model", source, "base", mirrors):
-        kw = dict(local_files_only=local)
+    with _loading(what, source, field, hint):
+        kw = dict(local_files_only=_local_only(source))
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kw)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
+        unet = unet_class.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
         scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **kw)
     for model in (text_encoder, unet, vae):
         model.requires_grad_(False).eval().to(device)
     return BaseModels(source, tokenizer, text_encoder, unet, vae, dict(scheduler_config))
+
+
+def load_base(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> BaseModels:
+    """Load Stable Diffusion 2.x tokenizer, text encoder, UNet, VAE and scheduler config."""
+    from diffusers import UNet2DConditionModel
+
+    mirrors = " (mirrors of SD2.1-base: " + ", ".join(SD21_BASE_MIRRORS) + ")"
+    return _load_diffusion_parts(source, UNet2DConditionModel, "Stable Diffusion base model", "base", mirrors, device, dtype)
+
+
+def load_video(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> BaseModels:
+    """Load ModelScope text-to-video: its own text encoder (OpenCLIP family), 3D UNet and VAE."""
+    from diffusers import UNet3DConditionModel
+
+    return _load_diffusion_parts(source, UNet3DConditionModel, "text-to-video model", "video", "", device, dtype)
 
 
 def load_face_encoder(source: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FaceEncoder:

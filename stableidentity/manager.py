@@ -50,6 +50,7 @@ LOADERS: dict[str, Loader] = {
     "controlnet": lambda m, device: loaders.load_controlnet(m.preset.controlnet, device, m.dtype),
     # OpenPose's networks stay fp32: controlnet_aux feeds them fp32 images.
     "openpose": lambda m, device: loaders.load_openpose(m.preset.openpose, device),
+    "video": lambda m, device: loaders.load_video(m.preset.video, device, m.dtype),
 }
 
 # Kept free on CUDA for activations when deciding whether a group fits.
@@ -156,12 +157,14 @@ class ModelManager:
         *,
         memory_budget: int | None = None,
         offload_device: str = "cpu",
+        video_offload: bool = False,
     ):
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
         self.offload_device = torch.device(offload_device)
         self.memory_budget = memory_budget
+        self.video_offload = video_offload  # model CPU offload for the video pipeline (small GPUs)
         self.loaders: dict[str, Loader] = dict(LOADERS)
         self.groups: dict[str, ModelGroup] = {}
         self._workers: dict[str, Any] = {}  # pipelines and derived data, built once
@@ -388,6 +391,15 @@ class ModelManager:
     def openpose(self):
         """The OpenPose annotator (photo -> skeleton)."""
         return self.group("openpose")
+
+    def text_to_video(self):
+        """Identity + prompt -> video frames (ModelScope text-to-video)."""
+        from .video import IdentityTextToVideo
+
+        def build():
+            return IdentityTextToVideo(self.group("video"), offload=self.video_offload)
+
+        return self._pipeline("text_to_video", ("video",), build)
 
     def loaded(self) -> list[str]:
         """Names of the loaded groups and built workers."""

@@ -26,6 +26,7 @@ FACE_PARSER = "jonathandinu/face-parsing"
 INSIGHTFACE_PACK = "buffalo_l"
 CONTROLNET_OPENPOSE = "thibaud/controlnet-sd21-openpose-diffusers"
 OPENPOSE_ANNOTATORS = "lllyasviel/Annotators"
+TEXT_TO_VIDEO = "ali-vilab/text-to-video-ms-1.7b"  # formerly damo-vilab/text-to-video-ms-1.7b
 
 # field name -> environment variable that overrides it
 ENV_OVERRIDES = {
@@ -35,6 +36,7 @@ ENV_OVERRIDES = {
     "insightface": "STABLEIDENTITY_INSIGHTFACE",
     "controlnet": "STABLEIDENTITY_CONTROLNET",
     "openpose": "STABLEIDENTITY_OPENPOSE",
+    "video": "STABLEIDENTITY_VIDEO",
 }
 
 PRESET_NAMES = ("sd21", "tiny")
@@ -51,6 +53,7 @@ class ModelPreset:
     insightface: str  # insightface model pack name or folder; "none" = offline detector only
     controlnet: str  # OpenPose ControlNet for SD2.1 (diffusers): repo id or folder
     openpose: str  # OpenPose annotator weights (controlnet_aux): repo id or folder
+    video: str  # ModelScope text-to-video pipeline (diffusers): repo id or folder
 
     @property
     def is_tiny(self) -> bool:
@@ -65,7 +68,8 @@ def get_preset(name: str = "sd21", **overrides: str | None) -> ModelPreset:
     """
     if name == "sd21":
         preset = ModelPreset(
-            "sd21", SD21_BASE, FACE_ENCODER, FACE_PARSER, INSIGHTFACE_PACK, CONTROLNET_OPENPOSE, OPENPOSE_ANNOTATORS
+            "sd21", SD21_BASE, FACE_ENCODER, FACE_PARSER, INSIGHTFACE_PACK, CONTROLNET_OPENPOSE, OPENPOSE_ANNOTATORS,
+            TEXT_TO_VIDEO,
         )
     elif name == "tiny":
         from .tiny import ensure_tiny_models
@@ -80,6 +84,7 @@ def get_preset(name: str = "sd21", **overrides: str | None) -> ModelPreset:
             "none",
             str(paths["controlnet"]),
             str(paths["openpose"]),
+            str(paths["video"]),
         )
     else:
         raise InvalidInputError(f"unknown preset '{name}': choose one of {', '.join(PRESET_NAMES)}")

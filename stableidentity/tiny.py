@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 # Bump when the layout or shapes change, so stale caches are rebuilt.
-TINY_VERSION = "3"
+TINY_VERSION = "4"
 SEED = 0
 TEXT_WIDTH = 32  # token-embedding width d (1024 in SD2.1)
 VOCAB_SIZE = 49408
@@ -53,6 +53,7 @@ def ensure_tiny_models(root: Path | None = None) -> dict[str, Path]:
         "face_parser": target / "face-parsing",
         "controlnet": target / "controlnet-sd21-openpose",
         "openpose": target / "openpose-annotators",
+        "video": target / "text-to-video-ms-1.7b",
     }
     if (target / ".complete").exists():
         return paths
@@ -65,6 +66,7 @@ def ensure_tiny_models(root: Path | None = None) -> dict[str, Path]:
         write_tiny_face_parser(staging / paths["face_parser"].name)
         write_tiny_controlnet(staging / paths["controlnet"].name, staging / paths["base"].name / "unet")
         write_tiny_openpose(staging / paths["openpose"].name)
+        write_tiny_text_to_video(staging / paths["video"].name, staging / paths["base"].name)
         (staging / ".complete").write_text(TINY_VERSION)
         try:
             staging.rename(target)
@@ -296,3 +298,52 @@ def write_tiny_openpose(out: Path) -> None:
     weights = {name.split(".", 1)[1]: value.half() for name, value in model.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(weights, out / "body_pose_model.pth")
+
+
+# --- text-to-video ------------------------------------------------------------------------------
+
+
+def write_tiny_text_to_video(out: Path, base_dir: Path) -> None:
+    """A TextToVideoSDPipeline folder laid out like ali-vilab/text-to-video-ms-1.7b.
+
+    ModelScope's text encoder is an OpenCLIP ViT-H text tower like SD2.1's, and its
+    VAE is SD's; the tiny set mirrors that by reusing the tiny base's text encoder,
+    tokenizer and VAE next to a tiny 3D UNet.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(SEED + 5)
+    unet = UNet3DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(  # the real repo's scheduler config
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+    pipe = TextToVideoSDPipeline(
+        vae=AutoencoderKL.from_pretrained(base_dir / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(base_dir / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(base_dir / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    for extra in ("tokenizer.json", "chat_template.jinja"):
+        (out / "tokenizer" / extra).unlink(missing_ok=True)
+    write_clip_tokenizer(out / "tokenizer")

@@ -158,3 +158,23 @@ def test_pose_tab_through_the_api(local_app, astronaut_path, tmp_path):
     assert items[0]["caption"] == "pose: skeleton image used as it is" and len(items) == 3
     with pytest.raises(AppError, match="upload a reference photo"):
         pose("photo", None, None)
+
+
+def test_video_tab_through_the_api(local_app, astronaut_path):
+    import imageio.v2 as imageio
+
+    client = local_app.client()
+    identity = learn(client, astronaut_path, name="mover", steps=2)[3]
+
+    def video(frames=8, fmt="mp4"):
+        return client.predict(identity, "<id> walking", "", frames, 8, 2, 9.0, 256, 256, 3, False, fmt,
+                              api_name="/generate_video")
+
+    player, download, info, seed = video()
+    reader = imageio.get_reader(download)
+    assert reader.count_frames() == 8 and reader.get_meta_data()["fps"] == 8 and seed == 3
+    assert player is not None and "8 frames at 8 fps" in info
+    _, gif, _, _ = video(fmt="gif")
+    assert gif.endswith(".gif")
+    with pytest.raises(AppError, match="maximum value 32"):
+        video(frames=40)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import generate_tab, learn_tab, pose_tab
+from . import generate_tab, learn_tab, pose_tab, video_tab
 from .common import AppContext
 
 __all__ = ["AppContext", "build_app"]
@@ -20,7 +20,8 @@ OFFLINE_BANNER = (
 HOW_TO = (
     "1. **Learn identity**: upload one photo of a face, press *Learn* (about 450 steps). "
     "2. **Generate**: pick the identity and write `<id>` in the prompt where the person goes. "
-    "3. **Pose**: the same, in a pose from a built-in skeleton, a reference photo or a skeleton image."
+    "3. **Pose**: the same, in a pose from a built-in skeleton, a reference photo or a skeleton image. "
+    "4. **Video**: a short clip of the person from a motion prompt."
 )
 
 
@@ -37,13 +38,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             learn = learn_tab.build(ctx)
             generate = generate_tab.build(ctx)
             pose = pose_tab.build(ctx)
-            # Later tabs (video, 3D) slot in here, one module each.
+            video = video_tab.build(ctx)
+            # Later tabs (3D) slot in here, one module each.
 
         with gr.Accordion("Models and memory", open=False):
             status = gr.Markdown(ctx.manager.status())
             gr.Button("Refresh").click(ctx.manager.status, None, status, api_name="status", concurrency_limit=None)
 
-        pickers = [generate.picker, pose.picker]
+        pickers = [generate.picker, pose.picker, video.picker]
 
         def refresh_pickers(*current, request: gr.Request):
             owner = ctx.owner(request)

@@ -90,10 +90,12 @@ def read_settings(negative, num_images, steps, guidance, width, height, seed, ra
     )
 
 
-def load_identity(ctx: AppContext, identity_id: str, request: gr.Request):
+def load_identity(ctx: AppContext, identity_id: str, request: gr.Request, token_width: int | None = None):
+    """The visitor's identity, checked against ``token_width`` (default: the base model's)."""
     if not identity_id:
         raise InvalidInputError("pick an identity (learn one first, or add an identity file)")
-    return ctx.library.load(ctx.owner(request), identity_id, token_width=ctx.manager.base().token_width)
+    width = ctx.manager.base().token_width if token_width is None else token_width
+    return ctx.library.load(ctx.owner(request), identity_id, token_width=width)
 
 
 def step_progress(progress: gr.Progress):
