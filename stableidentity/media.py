@@ -40,7 +40,8 @@ def write_video(
     if suffix == ".mp4":
         # yuv420p needs even sides; macro_block_size=2 pads odd sizes instead of resizing to 16s.
         writer = imageio.get_writer(
-            path, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2, quality=8,
+            path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2, quality=8,
+            ffmpeg_params=["-movflags", "+faststart"],  # the index first: browsers start playing at once
             ffmpeg_log_level="error",
         )
     elif suffix == ".gif":

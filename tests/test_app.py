@@ -178,3 +178,19 @@ def test_video_tab_through_the_api(local_app, astronaut_path):
     assert gif.endswith(".gif")
     with pytest.raises(AppError, match="maximum value 32"):
         video(frames=40)
+
+
+def test_threed_tab_through_the_api(local_app, astronaut_path):
+    from plyfile import PlyData
+
+    client = local_app.client()
+    identity = learn(client, astronaut_path, name="bust", steps=2)[3]
+    _, info, gaussians, turntable, files = client.predict(identity, "a DSLR photo of <id>", "", "smoke", 3, 1,
+                                                          api_name="/generate_3d")
+    assert "after 3 iterations (smoke)" in info
+    assert PlyData.read(gaussians)["vertex"].count > 0 and turntable.endswith(".mp4")
+    assert sorted(p.rsplit("/", 1)[-1] for p in files) == ["gaussians.ply", "point_cloud.ply", "turntable.mp4"]
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(identity, "<id>", "", "ultra", 0, 1, api_name="/generate_3d")
+    with pytest.raises(AppError, match="maximum value 20000"):
+        client.predict(identity, "<id>", "", "smoke", 10**6, 1, api_name="/generate_3d")

@@ -147,27 +147,9 @@ def save_turntable(
     chunk: int = DEFAULT_CHUNK,
 ) -> Path:
     """A 360° turntable MP4 (H.264, yuv420p, faststart: plays in browsers). Sizes must be even."""
-    import imageio.v2 as imageio
+    from ..media import write_video
 
     if width % 2 or height % 2:
         raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_turntable_frames(model, num_frames, width, height, elevation, radius, fov_y, background, chunk)
-    writer = imageio.get_writer(
-        str(path),
-        format="FFMPEG",
-        fps=fps,
-        codec="libx264",
-        pixelformat="yuv420p",
-        macro_block_size=2,
-        ffmpeg_params=["-movflags", "+faststart"],
-        quality=8,
-    )
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
-    return path
-
+    return write_video(frames, path, fps)

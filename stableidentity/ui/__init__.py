@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import generate_tab, learn_tab, pose_tab, video_tab
+from . import generate_tab, learn_tab, pose_tab, threed_tab, video_tab
 from .common import AppContext
 
 __all__ = ["AppContext", "build_app"]
@@ -21,7 +21,8 @@ HOW_TO = (
     "1. **Learn identity**: upload one photo of a face, press *Learn* (about 450 steps). "
     "2. **Generate**: pick the identity and write `<id>` in the prompt where the person goes. "
     "3. **Pose**: the same, in a pose from a built-in skeleton, a reference photo or a skeleton image. "
-    "4. **Video**: a short clip of the person from a motion prompt."
+    "4. **Video**: a short clip of the person from a motion prompt. "
+    "5. **3D**: a Gaussian-splatting head of the person, with a turntable video."
 )
 
 
@@ -39,13 +40,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             generate = generate_tab.build(ctx)
             pose = pose_tab.build(ctx)
             video = video_tab.build(ctx)
-            # Later tabs (3D) slot in here, one module each.
+            threed = threed_tab.build(ctx)
 
         with gr.Accordion("Models and memory", open=False):
             status = gr.Markdown(ctx.manager.status())
             gr.Button("Refresh").click(ctx.manager.status, None, status, api_name="status", concurrency_limit=None)
 
-        pickers = [generate.picker, pose.picker, video.picker]
+        pickers = [generate.picker, pose.picker, video.picker, threed.picker]
 
         def refresh_pickers(*current, request: gr.Request):
             owner = ctx.owner(request)

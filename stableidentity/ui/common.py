@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -35,6 +36,11 @@ class AppContext:
     def stop_event(self, owner: str) -> threading.Event:
         """The owner's cancel flag (the Cancel button sets it; a running job checks it)."""
         return self._stops.setdefault(owner, threading.Event())
+
+    def cancel(self, request: gr.Request) -> str:
+        """Stop the visitor's running job (learning or 3D) within one step."""
+        self.stop_event(self.owner(request)).set()
+        return "Cancelling…"
 
     def identity_choices(self, owner: str) -> list[tuple[str, str]]:
         return [(entry.label, entry.id) for entry in self.library.list(owner)]
@@ -69,6 +75,48 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(error)) from None
 
     return wrapper
+
+
+class BackgroundJob:
+    """Runs ``work(report, should_stop)`` in a thread so a Gradio generator can stream its progress.
+
+    Iterate to receive lists of what ``work`` reported (every ``poll`` seconds while
+    there is news); afterwards ``result`` holds its return value, or its exception is
+    raised. Leaving the loop early (the request was cancelled) stops the work too.
+    """
+
+    def __init__(self, work: Callable[[Callable[[Any], None], Callable[[], bool]], Any], stop: threading.Event,
+                 poll: float = 0.5):
+        self.work, self.stop, self.poll = work, stop, poll
+        self.result: Any = None
+
+    def __iter__(self):
+        updates: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = self.work(updates.put, self.stop.is_set)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the request's thread below
+                outcome["error"] = error
+
+        self.stop.clear()
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive() or not updates.empty():
+                worker.join(timeout=self.poll)
+                news = []
+                while not updates.empty():
+                    news.append(updates.get())
+                if news:
+                    yield news
+        finally:
+            self.stop.set()  # done, failed or abandoned: the worker stops within one step
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        self.result = outcome["result"]
 
 
 def check_range(name: str, value: Any, low: float, high: float, integer: bool = True) -> float:

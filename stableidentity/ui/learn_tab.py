@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,7 @@ import pandas as pd
 from ..errors import InvalidInputError
 from ..identity import Identity
 from ..spaces import gpu_task
-from .common import AppContext, check_range, user_errors
+from .common import AppContext, BackgroundJob, check_range, user_errors
 
 MAX_STEPS = 1000  # the UI's bound; enforced on the server too
 DEFAULT_STEPS = 450
@@ -60,55 +58,29 @@ def build(ctx: AppContext) -> LearnTab:
         owner = ctx.owner(request)
         face = manager.face_preparer()(photo)
 
-        stop = ctx.stop_event(owner)
-        stop.clear()
-        updates: queue.Queue = queue.Queue()
-        outcome: dict = {}
+        def work(report, should_stop):
+            with manager.job("learning an identity"):
+                return manager.learner()(
+                    face, steps=steps, seed=seed, callback=lambda s, n, loss: report((s, loss)), should_stop=should_stop
+                )
 
-        def work() -> None:
-            try:
-                with manager.job("learning an identity"):
-                    outcome["identity"] = manager.learner()(
-                        face, steps=steps, seed=seed,
-                        callback=lambda s, n, loss: updates.put((s, loss)),
-                        should_stop=stop.is_set,
-                    )
-            except Exception as error:  # noqa: BLE001 - re-raised in the request's thread below
-                outcome["error"] = error
-
-        worker = threading.Thread(target=work, name="learn", daemon=True)
+        job = BackgroundJob(work, ctx.stop_event(owner))
         start = time.perf_counter()
         points: list[tuple[int, float]] = []
         progress(0, desc="preparing")
-        worker.start()
-        try:
-            while worker.is_alive() or not updates.empty():
-                worker.join(timeout=0.5)
-                fresh = False
-                while not updates.empty():
-                    points.append(updates.get())
-                    fresh = True
-                if fresh:
-                    step, loss = points[-1]
-                    left = (time.perf_counter() - start) / step * (steps - step)
-                    progress((step, steps), desc=f"step {step}/{steps} · loss {loss:.4f} · ~{left:.0f} s left")
-                    yield _loss_frame(points), f"Learning… step {step}/{steps}", gr.skip(), gr.skip(), gr.skip()
-        finally:
-            stop.set()  # the request ended (done, error or cancelled): stop the worker too
-            worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        entry = library.add(owner, outcome["identity"], name or "person", face.image)
+        for news in job:
+            points += news
+            step, loss = points[-1]
+            left = (time.perf_counter() - start) / step * (steps - step)
+            progress((step, steps), desc=f"step {step}/{steps} · loss {loss:.4f} · ~{left:.0f} s left")
+            yield _loss_frame(points), f"Learning… step {step}/{steps}", gr.skip(), gr.skip(), gr.skip()
+        entry = library.add(owner, job.result, name or "person", face.image)
         elapsed = time.perf_counter() - start
         message = (
             f"Learned **{entry.name}** in {elapsed:.1f} s ({steps} steps, final loss "
-            f"{outcome['identity'].metadata['final_loss']}). Use it in the Generate tab with `<id>` in the prompt."
+            f"{job.result.metadata['final_loss']}). Use it in the Generate tab with `<id>` in the prompt."
         )
         yield _loss_frame(points), message, str(entry.path), entry.id, _gallery(owner)
-
-    def cancel(request: gr.Request):
-        ctx.stop_event(ctx.owner(request)).set()
-        return "Cancelling…"
 
     @user_errors
     def add_file(file, name, request: gr.Request):
@@ -156,7 +128,7 @@ def build(ctx: AppContext) -> LearnTab:
         learn, [photo, name, steps, seed], [loss_plot, result, identity_file, identity_id, gallery],
         api_name="learn", concurrency_id="gpu",
     )
-    cancel_btn.click(cancel, None, result, api_name="cancel", concurrency_limit=None)
+    cancel_btn.click(ctx.cancel, None, result, api_name="cancel", concurrency_limit=None)
     added = add_btn.click(
         add_file, [upload, upload_name], [result, identity_file, identity_id, gallery],
         api_name="upload_identity", concurrency_limit=None,
