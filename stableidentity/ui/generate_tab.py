@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..spaces import gpu_task
+from ..spaces import estimate_seconds, gpu_task
 from .common import AppContext, user_errors
 from .controls import describe, gallery_items, generation_controls, identity_picker, load_identity, read_settings, step_progress
 
@@ -27,11 +27,8 @@ class GenerateTab:
 
 
 def _generate_seconds(identity_id, prompt, negative, num_images, steps, *args, **kwargs) -> int:
-    """ZeroGPU duration: ~0.06 s a step per image on a big GPU, plus loading."""
-    try:
-        return int(40 + 0.08 * float(steps) * float(num_images))
-    except (TypeError, ValueError):
-        return 90
+    """ZeroGPU duration: ~0.08 s a step per image on a big GPU, plus loading."""
+    return estimate_seconds(40, 0.08, steps, num_images)
 
 
 def build(ctx: AppContext) -> GenerateTab:

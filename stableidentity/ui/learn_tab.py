@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from ..identity import Identity
-from ..spaces import gpu_task
+from ..spaces import estimate_seconds, gpu_task
 from .common import AppContext, BackgroundJob, check_range, user_errors
 
 MAX_STEPS = 1000  # the UI's bound; enforced on the server too
@@ -30,10 +30,7 @@ def _loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
 
 def _learn_seconds(photo, name, steps, seed, *args, **kwargs) -> int:
     """ZeroGPU duration for a learning job: about 0.1 s a step on a big GPU, plus loading."""
-    try:
-        return int(60 + 0.12 * float(steps))
-    except (TypeError, ValueError):
-        return 120
+    return estimate_seconds(60, 0.12, steps)
 
 
 def build(ctx: AppContext) -> LearnTab:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..errors import InvalidInputError
 from ..pose import builtin_poses, pose_skeleton
-from ..spaces import gpu_task
+from ..spaces import estimate_seconds, gpu_task
 from .common import AppContext, check_range, user_errors
 from .controls import describe, gallery_items, generation_controls, identity_picker, load_identity, read_settings, step_progress
 
@@ -22,10 +22,7 @@ class PoseTab:
 
 def _pose_seconds(identity_id, prompt, source, builtin, image, scale, end, negative, num_images, steps, *args, **kwargs) -> int:
     """ZeroGPU duration: a ControlNet step costs about 1.5 text-to-image steps."""
-    try:
-        return int(50 + 0.12 * float(steps) * float(num_images))
-    except (TypeError, ValueError):
-        return 120
+    return estimate_seconds(50, 0.12, steps, num_images)
 
 
 def build(ctx: AppContext) -> PoseTab:

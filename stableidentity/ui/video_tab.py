@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..generate import DEFAULT_NEGATIVE, LIMITS, MAX_SEED
-from ..spaces import gpu_task
+from ..spaces import estimate_seconds, gpu_task
 from ..video import DEFAULTS, FPS_RANGE, FRAME_RANGE
 from .common import AppContext, check_range, user_errors
 from .controls import identity_picker, load_identity
@@ -25,11 +25,8 @@ class VideoTab:
 
 
 def _video_seconds(identity_id, prompt, negative, frames, fps, steps, *args, **kwargs) -> int:
-    """ZeroGPU duration: ~0.02 s per step per frame at 256² on a big GPU, plus loading."""
-    try:
-        return int(60 + 0.03 * float(steps) * float(frames))
-    except (TypeError, ValueError):
-        return 180
+    """ZeroGPU duration: ~0.03 s per step per frame at 256² on a big GPU, plus loading."""
+    return estimate_seconds(60, 0.03, steps, frames)
 
 
 def build(ctx: AppContext) -> VideoTab:
