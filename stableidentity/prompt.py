@@ -80,11 +80,10 @@ def identity_injected(text_encoder, mask: torch.Tensor, vectors: torch.Tensor) -
     embedding = text_encoder.get_input_embeddings()
 
     def write_identity(module, inputs, output):
-        if not mask.any():
-            return output
-        output = output.clone()
-        output[mask.to(output.device)] = vectors.reshape(-1, vectors.shape[-1]).to(output.dtype)
-        return output
+        # masked_scatter + where instead of boolean indexing, whose nonzero() makes the host wait for the GPU.
+        where = mask.to(output.device)[..., None].expand_as(output)
+        placed = torch.zeros_like(output).masked_scatter(where, vectors.reshape(-1, vectors.shape[-1]).to(output.dtype))
+        return torch.where(where, placed, output)
 
     handle = embedding.register_forward_hook(write_identity)
     try:

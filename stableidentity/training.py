@@ -240,26 +240,6 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @contextmanager
-def _identity_at(text_encoder, start: int, stop: int, vectors: torch.Tensor) -> Iterator[None]:
-    """Token positions ``start:stop`` of a one-prompt batch get ``vectors`` (1, n, d).
-
-    Same result as :func:`~stableidentity.prompt.identity_injected` for one caption,
-    but by slicing at positions known on the host: boolean-mask indexing would make
-    the CPU wait for the GPU on every step.
-    """
-
-    def write_identity(module, inputs, output):
-        rows = vectors.reshape(1, stop - start, -1).to(output.dtype)
-        return torch.cat([output[:, :start], rows, output[:, stop:]], dim=1)
-
-    handle = text_encoder.get_input_embeddings().register_forward_hook(write_identity)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
 def _cudnn_autotune(device: torch.device) -> Iterator[None]:
     """cuDNN picks the fastest convolution algorithms for our fixed shapes (CUDA only), then restores."""
     previous = torch.backends.cudnn.benchmark
@@ -290,7 +270,6 @@ class IdentityLearner:
         captions = [t.format(SUBJECT) for t in TEMPLATES]
         ids, masks = tokenize(base.tokenizer, captions, celeb.mean.shape[0])
         self.caption_ids, self.caption_masks = ids.to(self.device), masks.to(self.device)
-        self._slots = [_identity_slot(m, celeb.mean.shape[0]) for m in masks]
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(self.device, torch.float32)
         self._alpha_bar, self._sqrt_alpha_bar = alpha_bar, alpha_bar.sqrt()
         self._sqrt_one_minus = (1 - alpha_bar).sqrt()
@@ -349,8 +328,8 @@ class IdentityLearner:
 
         vectors = encoder(inputs.features[1:2] if batch.flipped else inputs.features[0:1])
         ids = self.caption_ids[batch.caption : batch.caption + 1]
-        start, stop = self._slots[batch.caption]
-        with self._autocast(), _identity_at(base.text_encoder, start, stop, vectors):
+        mask = self.caption_masks[batch.caption : batch.caption + 1]
+        with self._autocast(), identity_injected(base.text_encoder, mask, vectors):
             hidden = base.text_encoder(ids)[0]
             sample = x_t.to(base.unet.dtype).contiguous(memory_format=self._memory_format)
             prediction = self._unet(sample, t, encoder_hidden_states=hidden.to(base.unet.dtype)).sample
@@ -447,15 +426,6 @@ class IdentityLearner:
             face.photo_sha256, base_model=self.base.source, steps=steps, seed=int(seed), final_loss=f"{final_loss:.6f}"
         )
         return Identity(embeddings, metadata)
-
-
-def _identity_slot(mask: torch.Tensor, num_tokens: int) -> tuple[int, int]:
-    """The one run of identity positions in a caption's mask, as (start, stop)."""
-    positions = mask.nonzero().flatten().tolist()
-    start = positions[0] if positions else 0
-    if positions != list(range(start, start + num_tokens)):
-        raise ValueError("every training caption must hold the placeholder exactly once")
-    return start, start + num_tokens
 
 
 def _mask_tensor(mask: np.ndarray, size: int) -> torch.Tensor:
