@@ -12,8 +12,6 @@ Also here: the identity file (a textual-inversion safetensors file).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -217,10 +215,3 @@ def photo_metadata(sha256: str, **fields: object) -> dict[str, str]:
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     return {"created": now, "photo_sha256": sha256, **{k: str(v) for k, v in fields.items()}}
 
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def is_finite_number(x: float) -> bool:
-    return math.isfinite(x)
