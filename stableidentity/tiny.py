@@ -134,6 +134,14 @@ def write_clip_tokenizer(out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
+def save_pipeline(pipe, out: Path) -> None:
+    """``save_pretrained``, then put back the real repos' four tokenizer files (it writes others)."""
+    pipe.save_pretrained(out, safe_serialization=True)
+    for extra in ("tokenizer.json", "chat_template.jinja"):
+        (out / "tokenizer" / extra).unlink(missing_ok=True)
+    write_clip_tokenizer(out / "tokenizer")
+
+
 # --- Stable Diffusion 2.1-base -----------------------------------------------------------
 
 
@@ -209,11 +217,7 @@ def write_tiny_sd21(out: Path) -> None:
         feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out, safe_serialization=True)
-    # save_pretrained rewrites the tokenizer; keep the real repo's four files only.
-    for extra in ("tokenizer.json", "chat_template.jinja"):
-        (out / "tokenizer" / extra).unlink(missing_ok=True)
-    write_clip_tokenizer(out / "tokenizer")
+    save_pipeline(pipe, out)
 
 
 # --- face models ----------------------------------------------------------------------------
@@ -343,7 +347,4 @@ def write_tiny_text_to_video(out: Path, base_dir: Path) -> None:
         unet=unet,
         scheduler=scheduler,
     )
-    pipe.save_pretrained(out, safe_serialization=True)
-    for extra in ("tokenizer.json", "chat_template.jinja"):
-        (out / "tokenizer" / extra).unlink(missing_ok=True)
-    write_clip_tokenizer(out / "tokenizer")
+    save_pipeline(pipe, out)
