@@ -125,9 +125,9 @@ def looks_like_skeleton(image: Image.Image) -> bool:
 def skeleton_from_photo(openpose, photo: Image.Image, width: int, height: int) -> tuple[Image.Image, int]:
     """Detect people's body pose in a photo and draw it at the output size; returns (skeleton, people)."""
     check_size(width, height)
-    rgb = np.asarray(photo.convert("RGB"))
-    scale = 512 / max(rgb.shape[:2])  # detect at about 512 px, as controlnet_aux does
-    small = np.asarray(photo.convert("RGB").resize((max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))))
+    scale = 512 / max(photo.size)  # detect at about 512 px, as controlnet_aux does
+    size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+    small = np.asarray(photo.convert("RGB").resize(size))
     poses = openpose.detector.detect_poses(small)
     canvas = (small.shape[1], small.shape[0])
     bodies = [[None if k is None else (k.x * canvas[0], k.y * canvas[1]) for k in pose.body.keypoints] for pose in poses]
